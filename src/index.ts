@@ -1,0 +1,2 @@
+export * from './ip-lockdown';
+export * from './reapply-schedule';
