@@ -154,6 +154,25 @@ export interface IpLockdownProps {
   readonly bootPersistence?: boolean;
 
   /**
+   * Embeds the `ip-lockdown` program in the UserData block.
+   *
+   * The embedded program (gzip and base64) takes about 12 KB of the 16 KB that
+   * EC2 allows for raw UserData. Set this to false when the machine image
+   * already has the program at `/usr/local/sbin/ip-lockdown` (copy
+   * `assets/ip-lockdown.sh` from this package when you build the image); the
+   * block then only writes the lock file and applies it. When the program is
+   * missing, the block logs an error and exits with status 3, and the rest of the
+   * user data still runs. The SSM document always embeds the program, so a
+   * scheduled reapply installs or updates it either way.
+   *
+   * NOTE: when several locks share a UserData object, the program is embedded
+   * if any of them embeds it.
+   *
+   * @default true
+   */
+  readonly embedProgram?: boolean;
+
+  /**
    * Name of the lock on the instance: its file is `/etc/ip-lockdown/locks.d/<lockName>.conf`
    * and its tag key is `ip-lockdown:<lockName>`.
    *
@@ -242,6 +261,7 @@ export class IpLockdown extends Construct {
       logBlocked: props.logBlocked ?? false,
       blockForwardedInterfaces: interfaces,
       bootPersistence: props.bootPersistence ?? true,
+      embedProgram: props.embedProgram ?? true,
     };
 
     if (destinations.some((destination) => destination.coversMetadata) && !users.includes('root') && !users.includes('0')) {
@@ -399,7 +419,7 @@ export class IpLockdown extends Construct {
           inputs: {
             // Generous: the program waits for other firewall tools' locks.
             timeoutSeconds: '600',
-            runCommand: renderLockBlock([this.lock], FailureMode.EXIT_WITH_STATUS).split('\n'),
+            runCommand: renderLockBlock([{ ...this.lock, embedProgram: true }], FailureMode.EXIT_WITH_STATUS).split('\n'),
           },
         }],
       },

@@ -4,7 +4,7 @@ import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { IpLockdown, ReapplySchedule } from '../src';
-import { userDataOf } from './private/template-user-data';
+import { countEmbeddedPrograms, userDataOf } from './private/template-user-data';
 
 const SSM_CORE_POLICY_ARN = {
   'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::aws:policy/AmazonSSMManagedInstanceCore']],
@@ -110,6 +110,26 @@ describe('reapply association', () => {
     expect(commands[commands.length - 1]).toBe(')');
     expect(commands.slice(0, -1)).toEqual(userDataLines.slice(1, -1));
     template.hasResourceProperties('AWS::SSM::Association', { ScheduleExpression: 'cron(0 2 ? * SUN *)' });
+  });
+
+  test('document embeds the program when user data does not', () => {
+    // GIVEN
+    const { stack, vpc } = newStack();
+    const instance = newInstance(stack, vpc);
+
+    // WHEN
+    new IpLockdown(stack, 'Lock', {
+      lockName: 'imds',
+      embedProgram: false,
+      reapplySchedule: ReapplySchedule.rate(Duration.hours(1)),
+      instances: [instance],
+    });
+
+    // THEN
+    const template = Template.fromStack(stack);
+    const commands = documentCommands(template);
+    expect(countEmbeddedPrograms(commands.join('\n'))).toBe(1);
+    expect(countEmbeddedPrograms(userDataOf(template, 'AWS::EC2::Instance'))).toBe(0);
   });
 
   test('writes only its own lock into the document', () => {

@@ -121,6 +121,36 @@ describeKernel('lock applied from synthesized user data', () => {
       expect(sandbox.curl('other', URL).ok).toBe(false);
     });
 
+    test('applies a baked-in program without embedding', () => {
+      // GIVEN an image that already has the program, and a lock that does not embed it
+      sandbox.installProgram();
+      const template = synthesize([{ lockName: 'baked', destinations: [LOCKED_V4], allowedUsers: ['root', 'tester'], embedProgram: false }]);
+
+      // WHEN
+      const result = runScript(sandbox, userDataOf(template, 'AWS::EC2::Instance'));
+
+      // THEN
+      expect(result.stderr).not.toContain('ip-lockdown: ERROR');
+      expect(result.status).toBe(0);
+      expect(sandbox.curl('tester', URL).ok).toBe(true);
+      expect(sandbox.curl('other', URL).ok).toBe(false);
+    });
+
+    test('reports a missing baked-in program', () => {
+      // GIVEN an image without the program
+      const template = synthesize([{ destinations: [LOCKED_V4], allowedUsers: ['root', 'tester'], embedProgram: false }], {
+        after: ['echo after >/tmp/after'],
+      });
+
+      // WHEN
+      const result = runScript(sandbox, userDataOf(template, 'AWS::EC2::Instance'));
+
+      // THEN
+      expect(result.stderr).toContain('/usr/local/sbin/ip-lockdown is missing');
+      expect(result.stderr).toContain('lock setup failed with exit status 3');
+      expect(sandbox.readFile('/tmp/after')).toBe('after\n');
+    });
+
     test('composes two locks by intersection', () => {
       // GIVEN
       const template = synthesize([

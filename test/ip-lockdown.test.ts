@@ -193,6 +193,38 @@ describe('user data block', () => {
     expect(script).toContain('/usr/local/sbin/ip-lockdown --apply');
   });
 
+  test('leaves the program out when embedProgram is false', () => {
+    // GIVEN
+    const { stack, vpc } = newStack();
+    const instance = newInstance(stack, vpc);
+
+    // WHEN
+    new IpLockdown(stack, 'Lock', { lockName: 'imds', embedProgram: false, instances: [instance] });
+
+    // THEN
+    const script = userDataOf(Template.fromStack(stack), 'AWS::EC2::Instance');
+    expect(countEmbeddedPrograms(script)).toBe(0);
+    expect(script).toContain('mkdir -p /etc/ip-lockdown/locks.d || exit 1\n[ -x /usr/local/sbin/ip-lockdown ] || {');
+    expect(script).toContain('cat >/etc/ip-lockdown/locks.d/imds.conf.new');
+    expect(script).toContain('/usr/local/sbin/ip-lockdown --apply');
+    expect(Buffer.byteLength(script)).toBeLessThan(1024);
+  });
+
+  test('embeds the program when any lock on the user data does', () => {
+    // GIVEN
+    const { stack, vpc } = newStack();
+    const instance = newInstance(stack, vpc);
+
+    // WHEN
+    new IpLockdown(stack, 'Baked', { lockName: 'baked', embedProgram: false, instances: [instance] });
+    new IpLockdown(stack, 'Embedded', { lockName: 'embedded', destinations: ['10.1.2.3'], instances: [instance] });
+
+    // THEN
+    const script = userDataOf(Template.fromStack(stack), 'AWS::EC2::Instance');
+    expect(countEmbeddedPrograms(script)).toBe(1);
+    expect(script).not.toContain('[ -x /usr/local/sbin/ip-lockdown ]');
+  });
+
   test('keeps surrounding user commands in order', () => {
     // GIVEN
     const { stack, vpc } = newStack();

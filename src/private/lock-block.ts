@@ -18,6 +18,8 @@ export interface LockSpec {
   readonly logBlocked: boolean;
   readonly blockForwardedInterfaces: string[];
   readonly bootPersistence: boolean;
+  /** Whether the block writes the program, or expects it already installed at PROGRAM_PATH. */
+  readonly embedProgram: boolean;
 }
 
 /** Behaviour of the block when a step fails. */
@@ -67,14 +69,24 @@ export function renderLockBlock(locks: LockSpec[], failureMode: FailureMode): st
     `# cdk-ip-lockdown: ${locks.map((lock) => lock.name).join(', ')}`,
     '(',
     'umask 022',
-    `mkdir -p /usr/local/sbin ${LOCKS_DIR} || exit 1`,
-    // The program is staged and renamed, so a failed decode never replaces a working copy.
-    `base64 -d <<'${PROGRAM_DELIMITER}' | gzip -dc >${staged} || exit 1`,
-    encodedProgram(),
-    PROGRAM_DELIMITER,
-    `chmod 0755 ${staged} || exit 1`,
-    `mv -f ${staged} ${program} || exit 1`,
   ];
+
+  if (locks.some((lock) => lock.embedProgram)) {
+    lines.push(
+      `mkdir -p /usr/local/sbin ${LOCKS_DIR} || exit 1`,
+      // The program is staged and renamed, so a failed decode never replaces a working copy.
+      `base64 -d <<'${PROGRAM_DELIMITER}' | gzip -dc >${staged} || exit 1`,
+      encodedProgram(),
+      PROGRAM_DELIMITER,
+      `chmod 0755 ${staged} || exit 1`,
+      `mv -f ${staged} ${program} || exit 1`,
+    );
+  } else {
+    lines.push(
+      `mkdir -p ${LOCKS_DIR} || exit 1`,
+      `[ -x ${program} ] || { echo "ip-lockdown: ERROR: ${program} is missing; the image must provide it when embedProgram is false" >&2; exit 3; }`,
+    );
+  }
 
   for (const lock of locks) {
     const file = `${LOCKS_DIR}/${lock.name}.conf`;
