@@ -405,10 +405,14 @@ render_ipt() {
 		echo 'OUTPUT 1: -A OUTPUT -j IPLOCKDOWN'
 		echo 'OUTPUT jumps: 1'
 		echo '-N IPLOCKDOWN'
-		# Packets without a socket (resets, time-wait ACKs and ICMP errors the
-		# kernel sends) pass, because no user process sends them and rejecting
-		# them would break TCP teardown.
-		echo '-A IPLOCKDOWN -m owner ! --socket-exists -j RETURN'
+		# Packets the kernel sends on its own pass: resets and time-wait ACKs
+		# from its control and time-wait sockets, ICMP errors. No user process
+		# sends them, and rejecting them breaks TCP teardown. The inverted uid
+		# range matches exactly these, because xt_owner treats a packet with no
+		# socket, or a socket with no file, as owned by nobody; a process socket
+		# always has a uid below 4294967295. `! --socket-exists` would miss the
+		# control socket's resets.
+		echo '-A IPLOCKDOWN -m owner ! --uid-owner 0-4294967294 -j RETURN'
 		cat "$WORK/d" "$WORK/c"
 	fi
 	if [ -s "$WORK/w" ]; then
@@ -819,18 +823,8 @@ show_status() {
 
 # Writes the boot unit and enables it with systemctl where it exists (which
 # works offline, even in a chroot), else with the symlink systemctl makes.
-install_boot_service() {
-	local self="$0" dir=.
-	case $self in */*) dir=${self%/*} ;; esac
-	case $self in /*) ;; *) self=$(cd "$dir" && pwd)/${self##*/} ;; esac
-	case $self in *[!A-Za-z0-9/_.-]*) die 2 "install $PROG at a path of letters, digits and /_.- for the unit file, not '$self'" ;; esac
-	if ! command -v systemctl >/dev/null 2>&1 && [ ! -d "${UNIT%/*}" ]; then
-		summary info "no systemd found: the boot service was not installed"
-		exit 0
-	fi
-
-	mkdir -p "${UNIT%/*}"
-	cat >"$UNIT.new" <<EOF
+unit_text() {
+	cat <<EOF
 [Unit]
 Description=Lock IP addresses to allowed users (ip-lockdown)
 DefaultDependencies=no
@@ -841,11 +835,31 @@ Wants=network-pre.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=$self --apply
+ExecStart=$1 --apply
 
 [Install]
 WantedBy=sysinit.target
 EOF
+}
+
+install_boot_service() {
+	local self="$0" dir=.
+	case $self in */*) dir=${self%/*} ;; esac
+	case $self in /*) ;; *) self=$(cd "$dir" && pwd)/${self##*/} ;; esac
+	case $self in *[!A-Za-z0-9/_.-]*) die 2 "install $PROG at a path of letters, digits and /_.- for the unit file, not '$self'" ;; esac
+	if ! command -v systemctl >/dev/null 2>&1 && [ ! -d "${UNIT%/*}" ]; then
+		summary info "no systemd found: the boot service was not installed"
+		exit 0
+	fi
+
+	if [ "$DRY_RUN" = 1 ]; then
+		unit_text "$self"
+		log info "dry run, nothing changed: would install and enable $UNIT"
+		exit 0
+	fi
+
+	mkdir -p "${UNIT%/*}"
+	unit_text "$self" >"$UNIT.new"
 	chmod 0644 "$UNIT.new"
 	mv "$UNIT.new" "$UNIT"
 	if ! command -v systemctl >/dev/null 2>&1 || ! systemctl enable "${UNIT##*/}" >/dev/null 2>&1; then
