@@ -78,23 +78,28 @@ cleanup() {
 	if [ -n "$LOCK_DIR" ]; then rmdir "$LOCK_DIR" || :; fi
 }
 
-# Prints the 32-bit value of a dotted quad (0-255, no leading zeros).
+# The address checks below set IP, not print it, so that checking an address
+# starts no process.
+
+# Sets IP to the 32-bit value of a dotted quad (0-255, no leading zeros).
 ipv4_value() {
-	local rest="$1." octet value=0
+	local rest="$1." octet
+	IP=0
 	case $1 in *.*.*.*.* | *[!0-9.]*) return 1 ;; *.*.*.*) ;; *) return 1 ;; esac
 	while [ -n "$rest" ]; do
 		octet=${rest%%.*}
 		rest=${rest#*.}
 		case $octet in [0-9] | [1-9][0-9] | 1[0-9][0-9] | 2[0-4][0-9] | 25[0-5]) ;; *) return 1 ;; esac
-		value=$((value * 256 + octet))
+		IP=$((IP * 256 + octet))
 	done
-	echo "$value"
 }
 
-# Prints an IPv6 address as iptables and nft print it (RFC 5952): lowercase,
-# no leading zeros, the first longest run of two or more zero groups as ::.
+# Sets IP to an IPv6 address as iptables and nft print it (RFC 5952):
+# lowercase, no leading zeros, the first longest run of two or more zero
+# groups as ::.
 canon_ipv6() {
-	local s="$1" w words='' run=:0:0:0:0:0:0:0:0:
+	local s="$1" w words='' run=:0:0:0:0:0:0:0:0: i
+	IP=''
 	case $s in '' | *[!0-9A-Fa-f:]* | *:::* | *::*::* | :[!:]* | *[!:]:) return 1 ;; esac
 	case $s in *::*)
 		s=${s%%::*}:x:${s#*::}
@@ -109,7 +114,10 @@ canon_ipv6() {
 	[ $# -le 8 ] || return 1
 	for w; do
 		case $w in
-		x) words="$words$(echo "$run" | cut -c$((2 * $# - 1))- | tr : ' ')" ;;
+		x)
+			i=$#
+			while [ $((i += 1)) -le 9 ]; do words="$words 0"; done
+			;;
 		? | ?? | ??? | ????) words="$words $((0x$w))" ;;
 		*) return 1 ;;
 		esac
@@ -118,7 +126,7 @@ canon_ipv6() {
 	set -- $words
 	[ $# = 8 ] || return 1
 	if [ "$1$2$3$4$5" = 00000 ] && { [ "$6" = 0 ] || [ "$6" = 65535 ]; } && [ "$*" != '0 0 0 0 0 0 0 1' ]; then
-		echo ':: and IPv4-mapped or -compatible addresses are not supported, lock the IPv4 address'
+		IP=':: and IPv4-mapped or -compatible addresses are not supported, lock the IPv4 address'
 		return 1
 	fi
 
@@ -133,38 +141,41 @@ canon_ipv6() {
 	done
 	case $s in ::*) ;; *) s=${s#:} ;; esac
 	case $s in *::) ;; *) s=${s%:} ;; esac
-	echo "$s"
+	IP=$s
 }
 
-# Prints the canonical form of an address or IPv4 CIDR block (a /32 becomes a
-# plain address), or prints why it is invalid and fails.
+# Sets IP to the canonical form of an address or IPv4 CIDR block (a /32
+# becomes a plain address), or to why it is invalid and fails.
 canon_ip() {
-	local prefix="${1#*/}" value why=''
+	local prefix="${1#*/}" why=''
 	case $1 in
 	*:*/*) why='IPv6 CIDR blocks are not supported, list the addresses' ;;
 	*:*.*) why='IPv6 with an embedded IPv4 part is not supported, write it in hex' ;;
-	*:*) why=$(canon_ipv6 "$1") && echo "$why" && return ;;
+	*:*)
+		canon_ipv6 "$1" && return
+		why=$IP
+		;;
 	*/*)
 		case $prefix in [1-9] | [12][0-9] | 3[0-2]) ;; *) prefix=0 ;; esac
-		if [ "$prefix" != 0 ] && value=$(ipv4_value "${1%/*}"); then
+		if [ "$prefix" != 0 ] && ipv4_value "${1%/*}"; then
 			why='the host bits are not zero'
-			if [ $((value % (1 << (32 - prefix)))) = 0 ]; then
-				if [ "$prefix" = 32 ]; then echo "${1%/*}"; else echo "$1"; fi
+			if [ $((IP % (1 << (32 - prefix)))) = 0 ]; then
+				IP=$1
+				if [ "$prefix" = 32 ]; then IP=${1%/*}; fi
 				return
 			fi
 		fi
 		;;
-	*) ipv4_value "$1" >/dev/null && echo "$1" && return ;;
+	*) ipv4_value "$1" && IP=$1 && return ;;
 	esac
-	echo "${why:-$ADDR_FORM}"
+	IP=${why:-$ADDR_FORM}
 	return 1
 }
 
-# Prints the canonical address, or exits 2 naming the value and where it came from.
+# Sets IP to the canonical address, or exits 2 naming the value and where it
+# came from.
 checked_ip() {
-	local out
-	out=$(canon_ip "$1") || die 2 "$2: invalid address '$1': $out"
-	echo "$out"
+	canon_ip "$1" || die 2 "$2: invalid address '$1': $IP"
 }
 
 # Accepts a user or group name, or a numeric id without leading zeros.
@@ -190,7 +201,7 @@ is_iface_pattern() {
 
 # Validates one lock file line, given as words, and prints it in normal form.
 parse_line() {
-	local where="$1" value
+	local where="$1"
 	shift
 	case ${1-#} in
 	'#'*) return ;;
@@ -200,8 +211,8 @@ parse_line() {
 	esac
 	case $1 in
 	address)
-		value=$(checked_ip "$2" "$where") || exit 2
-		set -- address "$value"
+		checked_ip "$2" "$where"
+		set -- address "$IP"
 		;;
 	user | group) is_account "$2" || die 2 "$where: invalid $1 '$2': $NAME_FORM" ;;
 	block-forwarded) is_iface_pattern "$2" || die 2 "$where: invalid interface pattern '$2': $IFACE_FORM" ;;
@@ -222,106 +233,132 @@ parse_lock() {
 	done <"$1"
 }
 
-# Prints the passwd or group ($1) entry of a name or numeric id ($2).
-account_entry() {
-	local name pw id rest
-	if command -v getent >/dev/null 2>&1; then
-		getent "$1" "$2"
-		return
-	fi
-	while IFS=: read -r name pw id rest; do
-		if [ "$name" = "$2" ] || [ "$id" = "$2" ]; then
-			echo "$name:$pw:$id:$rest"
-			return
-		fi
-	done <"/etc/$1"
-	return 1
-}
-
-# Prints the id of a user or group. A numeric id is printed as it is.
-account_id() {
-	local entry
-	case $2 in *[!0-9]*) ;; *)
-		echo "$2"
-		return
-		;;
-	esac
-	entry=$(account_entry "$1" "$2") || return 1
-	entry=${entry#*:*:}
-	echo "${entry%%:*}"
-}
-
-# Prints "m UID" for each member of group $1 (gid $2): those listed in the
-# group and those whose primary group it is.
-group_members() {
-	local entry name pw uid gid rest
-	entry=$(account_entry group "$1") || entry=
-	set -f
-	for name in $(echo "${entry#*:*:*:}" | tr , ' '); do
-		if uid=$(account_id passwd "$name"); then echo "m $uid"; fi
-	done
-	set +f
-	if command -v getent >/dev/null 2>&1; then getent passwd; else cat /etc/passwd; fi |
-		while IFS=: read -r name pw uid gid rest; do
-			if [ "$gid" = "$2" ]; then echo "m $uid"; fi
-		done
-}
-
-# Prints a lock ($1, normal form) with users and groups resolved: "a4|a6 ADDR",
-# "u NAME UID", "g NAME GID", "m UID" (group member), "x user|group
-# NAME" (not found), "l" (log-blocked) and "f PATTERN".
-resolve_lock() {
-	local key value id db
-	while read -r key value; do
-		case $key in
-		address) case $value in *:*) echo "a6 $value" ;; *) echo "a4 $value" ;; esac ;;
-		user | group)
-			db=group
-			if [ "$key" = user ]; then db=passwd; fi
-			if id=$(account_id "$db" "$value"); then
-				echo "$(echo "$key" | cut -c1) $value $id"
-				if [ "$key" = group ]; then group_members "$value" "$id"; fi
-			else
-				echo "x $key $value"
-				log warning "$key '$value' not found: skipped, so it stays locked out"
-				case " $MISSING " in *" $value "*) ;; *) MISSING="${MISSING:+$MISSING }$value" ;; esac
-			fi
-			;;
-		log-blocked) echo l ;;
-		block-forwarded) echo "f $value" ;;
-		esac
-	done <"$1"
-}
-
-# Validates the locks in $WORK/new and, unless $1 is "validate", resolves them
-# into $WORK/res/NNNNN in file name order. Lock number n owns chain
-# IPLOCKDOWN-n (nft: lock_n).
+# Validates the locks in $WORK, in file name order, into $WORK/norm, where
+# "n NAME" starts each lock. Lock number n owns chain IPLOCKDOWN-n (nft: lock_n).
 load_locks() {
-	local f n=0 i=0
-	rm -rf "$WORK/res" "$WORK/norm"
-	mkdir "$WORK/res" "$WORK/norm"
-	for f in "$WORK"/new/*.conf; do
+	local f n=0
+	: >"$WORK/norm"
+	for f in "$WORK"/*.conf; do
 		if [ -f "$f" ]; then
 			n=$((n + 1))
-			parse_lock "$f" "$CONF_DIR/${f##*/}" >"$WORK/norm/$n"
 			f=${f##*/}
-			echo "n ${f%.conf}" >"$WORK/res/$(printf %05d $n)"
+			echo "n ${f%.conf}" >>"$WORK/norm"
+			parse_lock "$WORK/$f" "$CONF_DIR/$f" >>"$WORK/norm"
 		fi
 	done
 	LOCKS=$n
-	while [ "$1" != validate ] && [ $((i += 1)) -le "$n" ]; do
-		resolve_lock "$WORK/norm/$i" >>"$WORK/res/$(printf %05d $i)"
-	done
 }
 
-# Picks the backend and sets BACKEND, VARIANT and FAMS (4 and 6 for iptables,
-# nft for nft).
+# Resolves the users and groups of all locks into $WORK/res: "n NAME" (starts
+# a lock), "a4|a6 ADDR", "u NAME UID", "g NAME GID", "m UID" (group member:
+# listed in the group or having it as primary group), "x user|group NAME"
+# (not found), "l" (log-blocked) and "b PATTERN" (block-forwarded). A numeric
+# id stands for itself. One getent call per database looks up all names at
+# once, because a process per name makes a run with many users slow. Without
+# getent, /etc/passwd and /etc/group are read. Sets HAS6 when a lock has an
+# IPv6 address and ADDRS to the number of distinct addresses.
+# NOTE: getent entries are matched to names by their first field, so an NSS
+# source that answers a name with an entry of another name (case folding,
+# domain suffix) leaves that user or group not found.
+resolve_locks() {
+	local key value users='' groups='' pwf=/etc/passwd grf=/etc/group allf=/dev/null scan=1
+	while read -r key value; do
+		case $key in
+		user) case $value in *[!0-9]*) users="$users $value" ;; esac ;;
+		group) groups="$groups $value" ;;
+		esac
+	done <"$WORK/norm"
+
+	if command -v getent >/dev/null 2>&1; then
+		pwf=$WORK/pw grf=$WORK/gr scan=''
+		: >"$pwf"
+		: >"$grf"
+		set -f
+		# shellcheck disable=SC2086 # one key per word: names are validated, globbing is off
+		if [ -n "$groups" ]; then
+			getent group $groups >"$grf" || :
+			allf=$WORK/allpw
+			getent passwd >"$allf" || :
+		fi
+		while IFS=: read -r _ _ _ value; do users="$users $value"; done <"$grf"
+		IFS=' ,'
+		# shellcheck disable=SC2086 # as above, and group members are listed with commas
+		if [ -n "$users" ]; then getent passwd $users >"$pwf" || :; fi
+		unset IFS
+		set +f
+	fi
+
+	[ -r "$pwf" ] || pwf=/dev/null
+	[ -r "$grf" ] || grf=/dev/null
+	: >"$WORK/info"
+	awk -F: -v pwf="$pwf" -v grf="$grf" -v allf="$allf" -v scan="$scan" -v info="$WORK/info" '
+		FILENAME == pwf {
+			if (!($1 in uid)) uid[$1] = $3
+			if (scan) pri[$4] = pri[$4] " " $3
+			next
+		}
+		FILENAME == grf {
+			if (!($1 in gr)) gr[$1] = $0
+			if (!($3 in gr)) gr[$3] = $0
+			next
+		}
+		FILENAME == allf {
+			pri[$4] = pri[$4] " " $3
+			next
+		}
+		{
+			split($0, w, " ")
+			id = w[2]
+			split(gr[id], e, ":")
+		}
+		w[1] == "address" {
+			f = w[2] ~ /:/ ? "a6" : "a4"
+			if (!(id in A)) print f >info
+			A[id] = 1
+			print f, id
+			next
+		}
+		w[1] !~ /^(user|group)$/ {
+			print substr(w[1], 1, 1), id
+			next
+		}
+		id !~ /^[0-9]+$/ { id = w[1] == "user" ? uid[id] : e[3] }
+		id == "" {
+			print "x", w[1], w[2]
+			print w[1], w[2] >info
+			next
+		}
+		{ print substr(w[1], 1, 1), w[2], id }
+		w[1] == "group" {
+			k = split(e[4], m, /[, \t]+/)
+			for (i = 1; i <= k; i++) if (m[i] ~ /^[0-9]+$/ || m[i] in uid) print "m", m[i] ~ /^[0-9]+$/ ? m[i] : uid[m[i]]
+			k = split(pri[id], m, " ")
+			for (i = 1; i <= k; i++) print "m", m[i]
+		}
+	' "$pwf" "$grf" "$allf" "$WORK/norm" >"$WORK/res"
+
+	while read -r key value; do
+		case $key in
+		a4) ADDRS=$((ADDRS + 1)) ;;
+		a6) ADDRS=$((ADDRS + 1)) HAS6=1 ;;
+		*)
+			log warning "$key '$value' not found: skipped, so it stays locked out"
+			case " $MISSING " in *" $value "*) ;; *) MISSING="${MISSING:+$MISSING }$value" ;; esac
+			;;
+		esac
+	done <"$WORK/info"
+}
+
+# Picks the backend and sets BACKEND, VARIANT and FAMS (4, or 4 and 6, for
+# iptables; nft for nft). The listing that shows a backend works is kept as
+# the first listing of its family in $WORK/all4, all6 or allnft.
 detect_backend() {
-	if [ "$BACKEND" != nft ] && command -v iptables-restore >/dev/null 2>&1 && iptables -w "$WAIT" -S OUTPUT >/dev/null 2>&1; then
+	if [ "$BACKEND" != nft ] && command -v iptables-restore >/dev/null 2>&1 && iptables -w "$WAIT" -S >"$WORK/all4" 2>/dev/null; then
 		BACKEND=iptables FAMS=4
 		VARIANT=$(iptables -V 2>&1 || :)
-		if command -v ip6tables-restore >/dev/null 2>&1 && ip6tables -w "$WAIT" -S OUTPUT >/dev/null 2>&1; then FAMS="4 6"; fi
-	elif [ "$BACKEND" != iptables ] && command -v nft >/dev/null 2>&1 && nft list tables >/dev/null 2>&1; then
+		if command -v ip6tables-restore >/dev/null 2>&1 && ip6tables -w "$WAIT" -S >"$WORK/all6" 2>/dev/null; then FAMS="4 6"; fi
+	elif [ "$BACKEND" != iptables ] && command -v nft >/dev/null 2>&1 &&
+		{ nft list table inet ip_lockdown >"$WORK/allnft" 2>/dev/null || nft list tables >/dev/null 2>&1; }; then
 		BACKEND=nft FAMS=nft
 		VARIANT=$(nft -v 2>&1 || :)
 	elif [ "$BACKEND" = auto ]; then
@@ -331,245 +368,226 @@ detect_backend() {
 	fi
 }
 
+# Drops family 6 when no lock has an IPv6 address, ip6tables has no chain of
+# ours and the last apply left no IPv6 rules: each family costs a listing, a
+# transaction and a read-back.
+skip_unused_ipv6() {
+	local line
+	if [ "$FAMS" != "4 6" ] || [ -n "$HAS6" ] || [ -s "$STATE_DIR/exp-6" ]; then return; fi
+	while read -r line; do
+		case $line in "-N IPLOCKDOWN"*) return ;; esac
+	done <"$WORK/all6"
+	FAMS=4
+}
+
 ipt() { "ip${FAM#4}tables" -w "$WAIT" "$@"; }
 
-# Prints the first rule of built-in chain $1 and its number of jumps to $2.
-print_jumps() {
-	printf '%s 1: %s\n%s jumps: %s\n' "$1" "$(sed -n "/^-A $1 /{p;q;}" "$WORK/all")" \
-		"$1" "$(grep -cxF -- "-A $1 -j $2" "$WORK/all" || :)"
-}
-
-# Lists the filter table of family $FAM into $WORK/all, our chains into
-# $WORK/ours, and prints our rules in the form render_ipt prints them.
-list_ipt() {
-	local chain
-	ipt -S >"$WORK/all" || return 1
-	sed -n 's/^-N \(IPLOCKDOWN\(-.*\)\{0,1\}\)$/\1/p' "$WORK/all" >"$WORK/names"
-	{
-		grep -x IPLOCKDOWN "$WORK/names" || :
-		grep -x 'IPLOCKDOWN-[0-9]*' "$WORK/names" | sort -t- -k2,2n || :
-		grep -vx 'IPLOCKDOWN\(-[0-9]*\)\{0,1\}' "$WORK/names" || :
-	} >"$WORK/ours"
-
-	if grep -qx IPLOCKDOWN "$WORK/ours" || grep -qxF -- '-A OUTPUT -j IPLOCKDOWN' "$WORK/all"; then
-		print_jumps OUTPUT IPLOCKDOWN
-	fi
-	while read -r chain; do
-		grep -E "^-[NA] $chain( |\$)" "$WORK/all" || :
-	done <"$WORK/ours"
-	if grep -qx IPLOCKDOWN-FWD "$WORK/ours" || grep -qxF -- '-A FORWARD -j IPLOCKDOWN-FWD' "$WORK/all"; then
-		print_jumps FORWARD IPLOCKDOWN-FWD
-		if grep -qxF -- '-N DOCKER-USER' "$WORK/all"; then print_jumps DOCKER-USER IPLOCKDOWN-FWD; fi
-	fi
-}
-
-# Prints the rules family $FAM should have, as `iptables -S` prints them, and
-# the first rule and jump count each built-in chain should have. IPLOCKDOWN
-# sends an address to every lock naming it, so a process must pass them all.
-render_ipt() {
-	local bits=32 reject=icmp-port-unreachable f n=0 key value id dest pattern patterns log chain
-	if [ "$FAM" = 6 ]; then bits=128 reject=icmp6-port-unreachable; fi
-	: >"$WORK/d"
-	: >"$WORK/c"
-	: >"$WORK/w"
-	for f in "$WORK"/res/*; do
-		n=$((n + 1))
-		chain=IPLOCKDOWN-$n
-		if [ ! -f "$f" ] || ! grep -q "^a$FAM " "$f"; then continue; fi
-		echo "-N $chain" >>"$WORK/c"
-		patterns=$(sed -n 's/^f //p' "$f")
-		log=$(sed -n 's/^l$/y/p' "$f")
-		while read -r key value id; do
-			case $key in
-			"a$FAM")
-				case $value in */*) dest=$value ;; *) dest=$value/$bits ;; esac
-				echo "-A IPLOCKDOWN -d $dest -j $chain" >>"$WORK/d"
-				for pattern in $patterns; do
-					pattern="-A IPLOCKDOWN-FWD -d $dest -i $pattern"
-					if [ -n "$log" ]; then echo "$pattern $LOG_RULE" >>"$WORK/w"; fi
-					echo "$pattern -p tcp -j REJECT --reject-with tcp-reset" >>"$WORK/w"
-					echo "$pattern -j REJECT --reject-with $reject" >>"$WORK/w"
-				done
-				;;
-			u) echo "-A $chain -m owner --uid-owner $id -j RETURN" >>"$WORK/c" ;;
-			g) echo "-A $chain -m owner --gid-owner $id$SUPPL -j RETURN" >>"$WORK/c" ;;
-			m) if [ -z "$SUPPL" ]; then echo "-A $chain -m owner --uid-owner $value -j RETURN" >>"$WORK/c"; fi ;;
-			esac
-		done <"$f"
-		if [ -n "$log" ]; then echo "-A $chain $LOG_RULE --log-uid" >>"$WORK/c"; fi
-		echo "-A $chain -p tcp -j REJECT --reject-with tcp-reset" >>"$WORK/c"
-		echo "-A $chain -j REJECT --reject-with $reject" >>"$WORK/c"
-	done
-
-	if [ -s "$WORK/d" ]; then
-		echo 'OUTPUT 1: -A OUTPUT -j IPLOCKDOWN'
-		echo 'OUTPUT jumps: 1'
-		echo '-N IPLOCKDOWN'
-		# Packets the kernel sends on its own pass: resets and time-wait ACKs
-		# from its control and time-wait sockets, ICMP errors. No user process
-		# sends them, and rejecting them breaks TCP teardown. The inverted uid
-		# range matches exactly these, because xt_owner treats a packet with no
-		# socket, or a socket with no file, as owned by nobody; a process socket
-		# always has a uid below 4294967295. `! --socket-exists` would miss the
-		# control socket's resets.
-		echo '-A IPLOCKDOWN -m owner ! --uid-owner 0-4294967294 -j RETURN'
-		cat "$WORK/d" "$WORK/c"
-	fi
-	if [ -s "$WORK/w" ]; then
-		echo '-N IPLOCKDOWN-FWD'
-		cat "$WORK/w"
-		echo 'FORWARD 1: -A FORWARD -j IPLOCKDOWN-FWD'
-		echo 'FORWARD jumps: 1'
-		if grep -qxF -- '-N DOCKER-USER' "$WORK/all"; then
-			echo 'DOCKER-USER 1: -A DOCKER-USER -j IPLOCKDOWN-FWD'
-			echo 'DOCKER-USER jumps: 1'
-		fi
-	fi
-}
-
-# Prints the iptables-restore input that turns the live rules into the rules
-# rendered in $1. It declares our chains (which flushes them) and refills
-# them, moves our jumps to the front and deletes stale chains of ours. It never
-# declares a built-in or foreign chain, because in --noflush mode that
-# flushes the chain.
-build_ipt() {
-	local chain target count add
-	echo '*filter'
-	sed -n 's/^-N \(.*\)/:\1 - [0:0]/p' "$1"
-	: >"$WORK/stale"
-	while read -r chain; do
-		if ! grep -qxF -- "-N $chain" "$1"; then
-			echo ":$chain - [0:0]"
-			echo "-X $chain" >>"$WORK/stale"
-		fi
-	done <"$WORK/ours"
-	for chain in OUTPUT:IPLOCKDOWN FORWARD:IPLOCKDOWN-FWD DOCKER-USER:IPLOCKDOWN-FWD; do
-		target=${chain#*:}
-		chain=${chain%:*}
-		count=$(grep -cxF -- "-A $chain -j $target" "$WORK/all" || :)
-		add=$(grep -xF "$chain 1: -A $chain -j $target" "$1" || :)
-		if [ -n "$add" ] && [ "$count" = 1 ] && grep -qxF "$add" "$WORK/live"; then continue; fi
-		while [ "$count" -gt 0 ]; do
-			echo "-D $chain -j $target"
-			count=$((count - 1))
-		done
-		if [ -n "$add" ]; then echo "-I $chain 1 -j $target"; fi
-	done
-	grep '^-A IPLOCKDOWN' "$1" || :
-	cat "$WORK/stale"
-	echo COMMIT
-}
-
-# Prints the ids that sed script $1 selects from lock $2, as "1, 2".
-id_set() { sed -n "$1" "$2" | sort -un | paste -s -d , - | sed 's/,/, /g'; }
-
-# Prints the nft input that replaces table inet ip_lockdown in one transaction.
-# Its chains hook in at priority -1, before the iptables filter chains (0).
-render_nft() {
-	local f n=0 key value id log family pattern patterns ids
-	echo 'table inet ip_lockdown'
-	echo 'delete table inet ip_lockdown'
-	: >"$WORK/d"
-	: >"$WORK/c"
-	: >"$WORK/w"
-	for f in "$WORK"/res/*; do
-		n=$((n + 1))
-		if [ ! -f "$f" ] || ! grep -q '^a' "$f"; then continue; fi
-		log=''
-		if grep -qx l "$f"; then log=$NFT_LOG; fi
-		patterns=$(sed -n 's/^f //p' "$f")
-		while read -r key value id; do
-			case $key in a4) family=ip ;; a6) family=ip6 ;; *) continue ;; esac
-			echo "$family daddr $value jump lock_$n" >>"$WORK/d"
-			for pattern in $patterns; do
-				case $pattern in *+) pattern="${pattern%+}*" ;; esac
-				pattern="iifname \"$pattern\" $family daddr $value"
-				if [ -n "$log" ]; then echo "$pattern $log" >>"$WORK/w"; fi
-				echo "$pattern meta l4proto tcp reject with tcp reset" >>"$WORK/w"
-				echo "$pattern reject" >>"$WORK/w"
-			done
-		done <"$f"
-		{
-			echo "chain lock_$n {"
-			ids=$(id_set 's/^u [^ ]* //p; s/^m //p' "$f")
-			if [ -n "$ids" ]; then echo "meta skuid { $ids } return"; fi
-			ids=$(id_set 's/^g [^ ]* //p' "$f")
-			if [ -n "$ids" ]; then echo "meta skgid { $ids } return"; fi
-			if [ -n "$log" ]; then echo "$log flags skuid"; fi
-			echo 'meta l4proto tcp reject with tcp reset'
-			echo reject
-			echo '}'
-		} >>"$WORK/c"
-	done
-
-	if [ ! -s "$WORK/d" ] && [ ! -s "$WORK/w" ]; then return; fi
-	echo 'table inet ip_lockdown {'
-	if [ -s "$WORK/d" ]; then
-		echo 'chain output {'
-		echo 'type filter hook output priority -1; policy accept;'
-		# meta skuid matches only packets of a full socket, so packets the
-		# kernel sends on its own (resets, time-wait ACKs, ICMP errors) pass.
-		# No user process sends them, and rejecting them breaks TCP teardown.
-		echo 'meta skuid 0-4294967295 jump locks'
-		echo '}'
-		echo 'chain locks {'
-		cat "$WORK/d"
-		echo '}'
-		cat "$WORK/c"
-	fi
-	if [ -s "$WORK/w" ]; then
-		echo 'chain forward {'
-		echo 'type filter hook forward priority -1; policy accept;'
-		cat "$WORK/w"
-		echo '}'
-	fi
-	echo '}'
-}
-
-# Counts the rules (not tables, chains or hooks) in nft input or a listing.
-count_nft_rules() {
-	sed 's/^[[:space:]]*//' "$1" | grep -cv -e '^table ' -e '^delete ' -e '^chain ' -e '^type ' -e '^}' -e '^$' || :
-}
-
+# Lists the live rules of family $FAM into $WORK/all$FAM.
 list_live() {
-	if [ "$FAM" != nft ]; then
-		list_ipt
-	elif nft list table inet ip_lockdown 2>/dev/null; then
-		:
+	if [ "$FAM" = nft ]; then
+		nft list table inet ip_lockdown >"$WORK/allnft" 2>/dev/null || :
+	else
+		ipt -S >"$WORK/all$FAM"
 	fi
 }
 
-render() { if [ "$FAM" = nft ]; then render_nft; else render_ipt; fi; }
+# Lists, renders and compares the rules of family $FAM in one awk run over
+# the listing $WORK/all$FAM, because a process per chain or check made every
+# run slow. Mode $1:
+#   r  render the resolved locks ($WORK/res) into exp-$FAM, list our live
+#      rules into live-$FAM and build the transaction into tx
+#   s  render and list; exit 3 when the rendered rules differ from those of
+#      the last apply ($STATE_DIR/exp-$FAM), 4 when the live rules do
+#   v  list; exit 4 when the live rules differ from exp-$FAM. nft reformats
+#      rules when it lists them, so for nft only the number of rules counts.
+#   l  list only
+#   b  build the transaction from exp-$FAM as it is (the fallback lock)
+# Our live iptables rules take the form of the rendered ones: the first rule
+# and jump count of each built-in chain that jumps to ours, then our chains in
+# the order IPLOCKDOWN, IPLOCKDOWN-n by n, others. The nft listing is taken
+# as it is. The nft transaction replaces table inet ip_lockdown. The iptables
+# transaction (empty when nothing changes) declares our chains (which flushes
+# them) and refills them, moves our jumps to the front and deletes stale
+# chains of ours. It never declares a built-in or foreign chain, because in
+# --noflush mode that flushes the chain.
+#
+# IPLOCKDOWN sends an address to every lock naming it, so a process must pass
+# them all. Packets the kernel sends on its own pass: resets and time-wait ACKs
+# from its control and time-wait sockets, ICMP errors. No user process sends
+# them, and rejecting them breaks TCP teardown. On iptables the inverted uid
+# range matches exactly these, because xt_owner treats a packet with no
+# socket, or a socket with no file, as owned by nobody; a process socket
+# always has a uid below 4294967295. `! --socket-exists` would miss the
+# control socket's resets. On nft, meta skuid matches only packets of a full
+# socket. The nft chains hook in at priority -1, before the iptables filter
+# chains (0).
+plan() {
+	local src=/dev/null
+	case $1 in [rs]) src=$WORK/res ;; b) src=$WORK/exp-$FAM ;; esac
+	awk -v m="$1" -v fam="$FAM" -v dir="$WORK/" -v sd="$STATE_DIR/" -v suppl="$SUPPL" -v iptlog="$LOG_RULE" -v nftlog="$NFT_LOG" '
+	function slurp(f,   s, l, r) {
+		while ((r = (getline l <f)) > 0) s = s l "\n"
+		close(f)
+		return r < 0 ? "\001" : s
+	}
+	function rules(s,   a, i, r) {
+		for (i = split(s, a, "\n"); i; i--) if (a[i] !~ /^[ \t]*((table|delete|chain|type) |}|$)/) r++
+		return r + 0
+	}
+	function put(a, x, y, u,   i, j) {
+		for (i = 1; i <= a[0] && (K[a[i]] < y || !u && K[a[i]] == y && a[i] < x); i++) ;
+		if (u && i <= a[0] && K[a[i]] == y) return
+		for (j = ++a[0]; j > i; j--) a[j] = a[j - 1]
+		a[i] = x
+		K[x] = y
+	}
+	function join(a,   i, s) {
+		for (i = 1; i <= a[0]; i++) s = s (i > 1 ? ", " : "") a[i]
+		return s
+	}
+	function jumps(c, t) { return c " 1: " first[c] "\n" c " jumps: " (cnt["-A " c " -j " t] + 0) "\n" }
+	function rendered(   i, j, s, x, y, a, f, p, np, q, c, C, d, w, r, L, on, ch) {
+		r = fam == 6 ? "icmp6-port-unreachable" : "icmp-port-unreachable"
+		for (i = 1; i <= n; i++) {
+			np = split(pat[i], p, " ")
+			L = i in lg
+			split("", U)
+			split("", G)
+			c = on = ""
+			ch = "-A IPLOCKDOWN-" i
+			for (j = 1; j <= nk[i]; j++) {
+				x = k[i, j]
+				a = v[i, j]
+				y = id[i, j]
+				if (x ~ /^a/ && (fam == "nft" || x == "a" fam)) {
+					on = 1
+					if (fam == "nft") {
+						f = (x == "a6" ? "ip6" : "ip") " daddr " a
+						d = d f " jump lock_" i "\n"
+					} else {
+						f = "-d " a (a ~ /\// ? "" : fam == 6 ? "/128" : "/32")
+						d = d "-A IPLOCKDOWN " f " -j IPLOCKDOWN-" i "\n"
+					}
+					for (s = 1; s <= np; s++) {
+						q = p[s]
+						if (fam == "nft") {
+							sub(/\+$/, "*", q)
+							q = "iifname \"" q "\" " f
+							w = w (L ? q " " nftlog "\n" : "") q " meta l4proto tcp reject with tcp reset\n" q " reject\n"
+						} else {
+							q = "-A IPLOCKDOWN-FWD " f " -i " q
+							w = w (L ? q " " iptlog "\n" : "") q " -p tcp -j REJECT --reject-with tcp-reset\n" q " -j REJECT --reject-with " r "\n"
+						}
+					}
+				}
+				if (x == "m") y = a
+				if (x == "u" || x == "m") {
+					put(U, y, y + 0, 1)
+					if (x == "u" || suppl == "") c = c ch " -m owner --uid-owner " y " -j RETURN\n"
+				}
+				if (x == "g") {
+					put(G, y, y + 0, 1)
+					c = c ch " -m owner --gid-owner " y suppl " -j RETURN\n"
+				}
+			}
+			if (!on) continue
+			if (fam == "nft") c = "chain lock_" i " {\n" (U[0] ? "meta skuid { " join(U) " } return\n" : "") (G[0] ? "meta skgid { " join(G) " } return\n" : "") (L ? nftlog " flags skuid\n" : "") "meta l4proto tcp reject with tcp reset\nreject\n}\n"
+			else c = "-N IPLOCKDOWN-" i "\n" c (L ? ch " " iptlog " --log-uid\n" : "") ch " -p tcp -j REJECT --reject-with tcp-reset\n" ch " -j REJECT --reject-with " r "\n"
+			C = C c
+		}
+		if (fam == "nft") {
+			s = "table inet ip_lockdown\ndelete table inet ip_lockdown\n"
+			if (d w == "") return s
+			return s "table inet ip_lockdown {\n" (d == "" ? "" : "chain output {\ntype filter hook output priority -1; policy accept;\nmeta skuid 0-4294967295 jump locks\n}\nchain locks {\n" d "}\n" C) (w == "" ? "" : "chain forward {\ntype filter hook forward priority -1; policy accept;\n" w "}\n") "}\n"
+		}
+		s = d == "" ? "" : "OUTPUT 1: -A OUTPUT -j IPLOCKDOWN\nOUTPUT jumps: 1\n-N IPLOCKDOWN\n-A IPLOCKDOWN -m owner ! --uid-owner 0-4294967294 -j RETURN\n" d C
+		if (w != "") s = s "-N IPLOCKDOWN-FWD\n" w "FORWARD 1: -A FORWARD -j IPLOCKDOWN-FWD\nFORWARD jumps: 1\n" (cnt["-N DOCKER-USER"] ? "DOCKER-USER 1: -A DOCKER-USER -j IPLOCKDOWN-FWD\nDOCKER-USER jumps: 1\n" : "")
+		return s
+	}
+	FILENAME == ARGV[1] {
+		lv = lv $0 "\n"
+		if ($1 ~ /^-[NA]$/) body[$2] = body[$2] $0 "\n"
+		if ($1 == "-A" && !($2 in first)) first[$2] = $0
+		if ($0 ~ /^-N IPLOCKDOWN(-.*)?$/) put(own, $2, $2 == "IPLOCKDOWN" ? -1 : $2 ~ /^IPLOCKDOWN-[0-9]*$/ ? substr($2, 12) + 0 : 1e12 + NR)
+		cnt[$0]++
+		next
+	}
+	FILENAME == ARGV[2] && m ~ /[rs]/ {
+		if ($1 == "n") {
+			n++
+			next
+		}
+		k[n, ++nk[n]] = $1
+		v[n, nk[n]] = $2
+		id[n, nk[n]] = $3
+		if ($1 == "l") lg[n] = 1
+		if ($1 == "b") pat[n] = pat[n] " " $2
+		next
+	}
+	{ ex = ex $0 "\n" }
+	END {
+		if (m ~ /[rs]/) ex = rendered()
+		t = ex
+		if (fam != "nft") {
+			lv = ""
+			if (own[1] == "IPLOCKDOWN" || cnt["-A OUTPUT -j IPLOCKDOWN"]) lv = jumps("OUTPUT", "IPLOCKDOWN")
+			for (i = 1; i <= own[0]; i++) {
+				lv = lv body[own[i]]
+				ours[own[i]] = 1
+			}
+			if (("IPLOCKDOWN-FWD" in ours) || cnt["-A FORWARD -j IPLOCKDOWN-FWD"]) lv = lv jumps("FORWARD", "IPLOCKDOWN-FWD") (cnt["-N DOCKER-USER"] ? jumps("DOCKER-USER", "IPLOCKDOWN-FWD") : "")
 
-build_tx() { if [ "$FAM" = nft ]; then cat "$1"; else build_ipt "$1"; fi; }
+			ne = split(ex, e, "\n")
+			for (i = 1; i <= ne; i++) want[e[i]] = 1
+			split(lv, l, "\n")
+			for (i in l) have[l[i]] = 1
+			t = ""
+			for (i = 1; i <= ne; i++) if (e[i] ~ /^-N /) t = t ":" substr(e[i], 4) " - [0:0]\n"
+			for (i = 1; i <= own[0]; i++) {
+				if (("-N " own[i]) in want) continue
+				t = t ":" own[i] " - [0:0]\n"
+				st = st "-X " own[i] "\n"
+			}
+			split("OUTPUT IPLOCKDOWN FORWARD IPLOCKDOWN-FWD DOCKER-USER IPLOCKDOWN-FWD", p, " ")
+			for (j = 1; j < 6; j += 2) {
+				x = p[j] " 1: -A " p[j] " -j " p[j + 1]
+				b = cnt["-A " p[j] " -j " p[j + 1]] + 0
+				if ((x in want) && b == 1 && (x in have)) continue
+				while (b-- > 0) t = t "-D " p[j] " -j " p[j + 1] "\n"
+				if (x in want) t = t "-I " p[j] " 1 -j " p[j + 1] "\n"
+			}
+			for (i = 1; i <= ne; i++) if (e[i] ~ /^-A IPLOCKDOWN/) t = t e[i] "\n"
+			t = t st
+			if (t != "") t = "*filter\n" t "COMMIT\n"
+		}
+		if (m ~ /[rvl]/) printf "%s", lv >(dir "live-" fam)
+		if (m == "r") printf "%s", ex >(dir "exp-" fam)
+		if (m ~ /[rb]/) printf "%s", t >(dir "tx")
+		if (m == "s" && ex != slurp(sd "exp-" fam)) exit 3
+		if (m == "s" && lv != slurp(sd "live-" fam)) exit 4
+		if (m == "v" && (fam == "nft" ? rules(slurp(dir "exp-" fam)) != rules(lv) : slurp(dir "exp-" fam) != lv)) exit 4
+	}' "$WORK/all$FAM" "$src"
+}
 
-tool() { if [ "$FAM" = nft ]; then echo nft; else echo "ip${FAM#4}tables-restore"; fi; }
-
-# Runs the transaction in $1. An iptables transaction that changes nothing is
-# skipped.
+# Runs the transaction $WORK/tx. An empty iptables transaction changes nothing
+# and is skipped.
 run_tx() {
 	if [ "$FAM" = nft ]; then
-		nft -f "$1"
-	elif [ "$(grep -c . "$1")" -gt 2 ]; then
-		"$(tool)" -w "$WAIT" --noflush <"$1"
+		nft -f "$WORK/tx"
+	elif [ -s "$WORK/tx" ]; then
+		"$TOOL" -w "$WAIT" --noflush <"$WORK/tx"
 	fi
 }
 
-# Checks that the rules read back are the rules intended. nft reformats rules
-# when it lists them, so for nft only the number of rules is compared.
-verify_live() {
-	if [ "$FAM" = nft ]; then
-		[ "$(count_nft_rules "$WORK/exp")" = "$(count_nft_rules "$WORK/live")" ]
-	else
-		cmp -s "$WORK/exp" "$WORK/live"
-	fi
+# Lists the live rules into $WORK/live-$FAM; mode v also checks them (see plan).
+read_back() {
+	list_live && plan "${1:-l}"
 }
 
 save_state() {
-	mkdir -p "$STATE_DIR"
+	if [ ! -d "$STATE_DIR" ]; then mkdir -p "$STATE_DIR"; fi
 	echo "$BACKEND" >"$STATE_DIR/backend"
-	cp "$WORK/exp" "$STATE_DIR/exp-$FAM"
-	cp "$WORK/live" "$STATE_DIR/live-$FAM"
+	cp "$WORK/exp-$FAM" "$WORK/live-$FAM" "$STATE_DIR/"
 }
 
 # Prints the addresses that rendered rules ($1) lock.
@@ -580,8 +598,8 @@ addresses() {
 # Succeeds when the rules of the last apply are still live and lock every
 # address the failed rules would have locked.
 previous_rules_cover() {
-	if [ ! -f "$STATE_DIR/live-$FAM" ] || ! cmp -s "$WORK/live" "$STATE_DIR/live-$FAM"; then return 1; fi
-	addresses "$WORK/exp" >"$WORK/want"
+	if [ ! -f "$STATE_DIR/live-$FAM" ] || ! cmp -s "$WORK/live-$FAM" "$STATE_DIR/live-$FAM"; then return 1; fi
+	addresses "$WORK/exp-$FAM" >"$WORK/want"
 	addresses "$STATE_DIR/exp-$FAM" >"$WORK/have"
 	[ -z "$(grep -vxF -f "$WORK/have" "$WORK/want" || :)" ]
 }
@@ -603,57 +621,59 @@ owner_match_works() {
 # rejects everyone (no owner match, no logging) for the addresses.
 recover_family() {
 	local what
-	what="$(tool) failed: $1"
+	what="$TOOL failed: $1"
 	RC=5
 	if [ "$FAM" != nft ] && ! owner_match_works --uid-owner 0; then
 		RC=3
 		what="$what; the owner match does not work (iptables -m owner, kernel module xt_owner)"
 	fi
-	list_live >"$WORK/live" || :
+	read_back || :
 	if previous_rules_cover; then
 		log error "$what; the previous rules stay in place"
 		return
 	fi
 
-	sed -e 's/^meta skuid 0-4294967295 //' -e '/ -j RETURN$/d; / return$/d; / -j LOG /d; / log prefix /d' "$WORK/exp" >"$WORK/fallback"
-	mv "$WORK/fallback" "$WORK/exp"
-	build_tx "$WORK/exp" >"$WORK/tx"
-	if run_tx "$WORK/tx" 2>"$WORK/err" && list_live >"$WORK/live"; then
+	sed -e 's/^meta skuid 0-4294967295 //' -e '/ -j RETURN$/d; / return$/d; / -j LOG /d; / log prefix /d' "$WORK/exp-$FAM" >"$WORK/fallback"
+	mv "$WORK/fallback" "$WORK/exp-$FAM"
+	plan b
+	if run_tx 2>"$WORK/err" && read_back; then
 		save_state
-		log error "$what; a fallback lock now rejects everyone for: $(addresses "$WORK/exp" | paste -s -d ' ' -)"
+		log error "$what; a fallback lock now rejects everyone for: $(addresses "$WORK/exp-$FAM" | paste -s -d ' ' -)"
 	else
 		rm -f "$STATE_DIR/exp-$FAM" "$STATE_DIR/live-$FAM"
-		log error "$what; the fallback lock failed too ($(head -n 1 "$WORK/err")), so these may be reachable: $(addresses "$WORK/exp" | paste -s -d ' ' -)"
+		log error "$what; the fallback lock failed too ($(head -n 1 "$WORK/err")), so these may be reachable: $(addresses "$WORK/exp-$FAM" | paste -s -d ' ' -)"
 	fi
 }
 
 # Applies the rules of family $FAM: reads the live rules, builds the
 # transaction, runs it and reads the rules back. When another tool changed the
 # rules in between, the transaction fails or reads back wrong, so it is tried
-# again.
+# again. The first try uses the listing detect_backend made.
 apply_family() {
-	local try=0 error=''
+	local try=0 error='' listed=1
+	TOOL=nft
+	if [ "$FAM" != nft ]; then TOOL=ip${FAM#4}tables-restore; fi
 	while [ $((try += 1)) -le 3 ]; do
-		list_live >"$WORK/live" || :
-		render >"$WORK/exp"
-		build_tx "$WORK/exp" >"$WORK/tx"
+		if [ -z "$listed" ]; then list_live || :; fi
+		listed=''
+		plan r
 		if [ -n "$DRY_RUN" ]; then
-			if [ "$FAM" = nft ] || [ "$(grep -c . "$WORK/tx")" -gt 2 ]; then
-				echo "# $(tool) $(if [ "$FAM" = nft ]; then echo -f -; else echo "-w $WAIT --noflush"; fi)"
+			if [ -s "$WORK/tx" ]; then
+				if [ "$FAM" = nft ]; then echo '# nft -f -'; else echo "# $TOOL -w $WAIT --noflush"; fi
 				cat "$WORK/tx"
 			fi
 			return
 		fi
-		if run_tx "$WORK/tx" 2>"$WORK/err" && list_live >"$WORK/live" && verify_live; then
+		if run_tx 2>"$WORK/err" && read_back v; then
 			save_state
 			return
 		fi
 		error=$(head -n 2 "$WORK/err" | paste -s -d ' ' -)
 		error=${error:-the rules read back differ from the rules applied}
-		log warning "attempt $try of 3: $(tool) failed: $error"
+		log warning "attempt $try of 3: $TOOL failed: $error"
 		# NOTE: a kernel whose owner match predates --suppl-groups rejects it.
 		# Then groups are expanded to the users resolved now.
-		if [ "$try" = 3 ] && grep -q -- ' --suppl-groups ' "$WORK/exp" && ! owner_match_works --gid-owner 0 --suppl-groups; then
+		if [ "$try" = 3 ] && grep -q -- ' --suppl-groups ' "$WORK/exp-$FAM" && ! owner_match_works --gid-owner 0 --suppl-groups; then
 			SUPPL='' try=0
 			mkdir -p "$STATE_DIR"
 			: >"$STATE_DIR/no-suppl-groups"
@@ -668,7 +688,7 @@ apply_family() {
 # value from the command line is ever taken for a pattern.
 unlock_address() {
 	local f line hit kept found=''
-	for f in "$WORK"/new/*.conf; do
+	for f in "$WORK"/*.conf; do
 		if [ ! -f "$f" ]; then continue; fi
 		hit='' kept=''
 		while IFS= read -r line || [ -n "$line" ]; do
@@ -677,7 +697,7 @@ unlock_address() {
 			set -- $line
 			set +f
 			if [ $# = 2 ] && [ "$1" = address ]; then
-				if [ "$(canon_ip "$2")" = "$UNLOCK" ]; then
+				if canon_ip "$2" && [ "$IP" = "$UNLOCK" ]; then
 					hit=1 found=1
 					continue
 				fi
@@ -694,14 +714,14 @@ unlock_address() {
 	if [ -z "$found" ]; then log warning "$UNLOCK is in no saved lock"; fi
 }
 
-# Makes the saved locks equal to $WORK/new, replacing each file atomically.
+# Makes the saved locks equal to those in $WORK, replacing each file atomically.
 save_config() {
 	local f
-	mkdir -p "$CONF_DIR"
+	if [ ! -d "$CONF_DIR" ]; then mkdir -p "$CONF_DIR"; fi
 	for f in "$CONF_DIR"/*.conf; do
-		if [ -f "$f" ] && [ ! -f "$WORK/new/${f##*/}" ]; then rm "$f"; fi
+		if [ -f "$f" ] && [ ! -f "$WORK/${f##*/}" ]; then rm "$f"; fi
 	done
-	for f in "$WORK"/new/*.conf; do
+	for f in "$WORK"/*.conf; do
 		if [ -f "$f" ] && ! cmp -s "$f" "$CONF_DIR/${f##*/}"; then
 			cp "$f" "$CONF_DIR/.new"
 			chmod 0644 "$CONF_DIR/.new"
@@ -713,7 +733,7 @@ save_config() {
 # Waits for other runs to finish: flock, else a lock directory.
 take_lock() {
 	local i=0
-	mkdir -p "${LOCK_FILE%/*}"
+	if [ ! -d "${LOCK_FILE%/*}" ]; then mkdir -p "${LOCK_FILE%/*}"; fi
 	if command -v flock >/dev/null 2>&1; then
 		exec 9>"$LOCK_FILE"
 		flock -w 300 9 || die 5 "timed out after 300 s waiting for $LOCK_FILE"
@@ -726,15 +746,16 @@ take_lock() {
 	LOCK_DIR=$LOCK_FILE.d
 }
 
-# Copies the saved locks to $WORK/new and applies the requested change there.
+# Copies the saved locks to $WORK and applies the requested change there.
 prepare_locks() {
 	local f value
-	mkdir "$WORK/new"
+	set --
 	for f in "$CONF_DIR"/*.conf; do
-		if [ -f "$f" ]; then cp "$f" "$WORK/new/"; fi
+		if [ -f "$f" ]; then set -- "$@" "$f"; fi
 	done
+	if [ $# -gt 0 ]; then cp "$@" "$WORK/"; fi
 	case $MODE in
-	config) cp "$CONFIG" "$WORK/new/$NAME.conf" ;;
+	config) cp "$CONFIG" "$WORK/$NAME.conf" ;;
 	unlock) unlock_address ;;
 	classic)
 		{
@@ -744,7 +765,7 @@ prepare_locks() {
 			for value in $GROUP_NAMES; do echo "group $value"; done
 			if [ -n "$LOG_BLOCKED" ]; then echo log-blocked; fi
 			for value in $PATTERNS; do echo "block-forwarded $value"; done
-		} >"$WORK/new/$NAME.conf"
+		} >"$WORK/$NAME.conf"
 		;;
 	esac
 }
@@ -754,16 +775,17 @@ apply_locks() {
 	local summary_text
 	if [ -z "$DRY_RUN" ]; then take_lock; fi
 	prepare_locks
-	load_locks validate
+	load_locks
 	detect_backend
-	load_locks resolve
+	resolve_locks
 	if [ -f "$STATE_DIR/no-suppl-groups" ]; then SUPPL=''; fi
-	if [ "$FAMS" = 4 ] && grep -q '^a6' "$WORK"/res/* 2>/dev/null; then die 3 "IPv6 addresses are locked, but ip6tables does not work"; fi
+	if [ "$FAMS" = 4 ] && [ -n "$HAS6" ]; then die 3 "IPv6 addresses are locked, but ip6tables does not work"; fi
+	skip_unused_ipv6
 	if [ -z "$DRY_RUN" ]; then save_config; fi
 
 	for FAM in $FAMS; do apply_family; done
 
-	summary_text="$LOCKS locks, $(cat "$WORK"/res/* 2>/dev/null | sed -n 's/^a. //p' | sort -u | grep -c . || :) addresses, $VARIANT"
+	summary_text="$LOCKS locks, $ADDRS addresses, $VARIANT"
 	if [ "$RC" = 0 ] && [ -n "$MISSING" ]; then RC=4; fi
 	if [ -n "$DRY_RUN" ]; then
 		log info "dry run, nothing changed: $summary_text"
@@ -780,39 +802,38 @@ apply_locks() {
 # Prints each lock with its resolved users and groups, the backend, and whether
 # the live rules still match what applying the configuration now would make.
 show_status() {
-	local f key value id drift=''
+	local key value id applied='' rc drift=''
 	prepare_locks
-	load_locks validate
+	load_locks
 	detect_backend
-	load_locks resolve
+	resolve_locks
 	if [ -f "$STATE_DIR/no-suppl-groups" ]; then SUPPL=''; fi
+	skip_unused_ipv6
 	if [ "$LOCKS" = 0 ]; then echo 'no locks saved'; fi
-	for f in "$WORK"/res/*; do
-		if [ ! -f "$f" ]; then continue; fi
-		while read -r key value id; do
-			case $key in
-			n) echo "lock $value" ;;
-			a?) echo "  address $value" ;;
-			u) echo "  user $value (uid $id)" ;;
-			g) echo "  group $value (gid $id)" ;;
-			x) echo "  $value $id: not found, locked out" ;;
-			l) echo '  log-blocked' ;;
-			f) echo "  block-forwarded $value" ;;
-			esac
-		done <"$f"
-	done
+	while read -r key value id; do
+		case $key in
+		n) echo "lock $value" ;;
+		a?) echo "  address $value" ;;
+		u) echo "  user $value (uid $id)" ;;
+		g) echo "  group $value (gid $id)" ;;
+		x) echo "  $value $id: not found, locked out" ;;
+		l) echo '  log-blocked' ;;
+		b) echo "  block-forwarded $value" ;;
+		esac
+	done <"$WORK/res"
 	echo "backend: $BACKEND ($VARIANT)"
 
-	if [ "$(cat "$STATE_DIR/backend" 2>/dev/null)" != "$BACKEND" ]; then drift='nothing applied with this backend since boot'; fi
+	if [ -r "$STATE_DIR/backend" ]; then read -r applied <"$STATE_DIR/backend" || :; fi
+	if [ "$applied" != "$BACKEND" ]; then drift='nothing applied with this backend since boot'; fi
 	for FAM in $FAMS; do
 		if [ -n "$drift" ]; then break; fi
-		list_live >"$WORK/live" || :
-		render >"$WORK/exp"
-		if ! cmp -s "$WORK/exp" "$STATE_DIR/exp-$FAM"; then
-			drift='the configuration or its users or groups changed since the last apply'
-		elif ! cmp -s "$WORK/live" "$STATE_DIR/live-$FAM"; then
-			drift='the live rules were changed, flushed or pushed down since the last apply'
-		fi
+		rc=0
+		plan s || rc=$?
+		case $rc in
+		0) ;;
+		4) drift='the live rules were changed, flushed or pushed down since the last apply' ;;
+		*) drift='the configuration or its users or groups changed since the last apply' ;;
+		esac
 	done
 	if [ -n "$drift" ]; then
 		echo "rules: drift: $drift; run $PROG --apply"
@@ -878,6 +899,8 @@ main() {
 	local arg value
 	MODE='' NAME='' CONFIG='' DRY_RUN='' BACKEND=auto LOG_BLOCKED='' PATTERNS='' GROUP_NAMES=''
 	IPS='' USERS='' UNLOCK='' MISSING='' RC=0 WORK='' LOCK_DIR='' FAMS='' VARIANT='' LOCKS=0 SUPPL=' --suppl-groups'
+	ADDRS=0 HAS6='' TOOL=''
+
 	while [ $# -gt 0 ]; do
 		arg=$1
 		case $arg in --unlock | --config | --name | --group | --block-forwarded | --backend)
@@ -890,7 +913,8 @@ main() {
 		--apply | --status | --install-boot-service) set_mode "${arg#--}" "$arg" ;;
 		--unlock)
 			set_mode unlock "$arg"
-			UNLOCK=$(checked_ip "$1" --unlock) || exit 2
+			checked_ip "$1" --unlock
+			UNLOCK=$IP
 			;;
 		--config)
 			set_mode config "$arg"
@@ -922,8 +946,8 @@ main() {
 				set_mode classic "$arg"
 				set -f
 				for value in $(echo "$arg" | tr , ' '); do
-					value=$(checked_ip "$value" argument) || exit 2
-					case "$IPS " in *" $value "*) ;; *) IPS="$IPS $value" ;; esac
+					checked_ip "$value" argument
+					case "$IPS " in *" $IP "*) ;; *) IPS="$IPS $IP" ;; esac
 				done
 				set +f
 				[ -n "$IPS" ] || die 2 "invalid address list '$arg': $ADDR_FORM"
