@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Sourced by the scripts in this folder. Keeps every tool away from the network
 # and from any instance metadata service: the tests need neither.
 export AWS_EC2_METADATA_DISABLED=true
