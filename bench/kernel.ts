@@ -80,7 +80,7 @@ function applyCost(backend: Backend, sandbox: Sandbox): void {
     const results = Object.fromEntries(parseRecords(output, 'RESULT').map((r) => [r.kind, r]));
     const median = (kind: string): number => Number(results[kind].median_us);
     // Round i ran every command back to back, so a ratio within one round cancels
-    // slow swings in the machine's load; the median over rounds drops outliers.
+    // slow swings in the machine's load. The median over rounds drops outliers.
     const samples = (kind: string): number[] => results[kind].samples_us.split(',').map(Number);
     const pairedRatio = (numerator: string, denominator: string): number => {
       const denominators = samples(denominator);
@@ -127,6 +127,7 @@ function noOpenWindow(backend: Backend, sandbox: Sandbox): void {
   const info = parseRecords(output, 'INFO')[0];
   const parts = Object.fromEntries(parseRecords(output, 'RESULT').map((r) => [r.part, r]));
   const reapply = parts.reapply;
+
   console.log(`\n[${backend}] sanity: unlocked victim ${info.sanity_open} handshakes in 0.5 s, allowed user ${info.sanity_allowed}, victim under the lock ${info.sanity_blocked}`);
   const complete = Number(reapply.reapplies) === REAPPLIES;
   const reapplyVerdict = judge('2 no open window', `${backend}: ${reapply.successes} of ${reapply.attempts} connections got through during ${reapply.reapplies} reapplies (goal 0)`,
@@ -136,6 +137,7 @@ function noOpenWindow(backend: Backend, sandbox: Sandbox): void {
   if (!complete) {
     console.log(`  NOTE: stopped at the time bound after ${reapply.reapplies} of ${REAPPLIES} reapplies`);
   }
+
   const foreign = parts.foreign;
   const tool = backend === 'nft-only' ? 'another nft table with "accept" at output priority 0' : '"iptables -I OUTPUT 1 -j ACCEPT"';
   const statusWord = foreign.status_during === '1' ? 'reported drift (exit 1)' : `exited ${foreign.status_during}${backend === 'nft-only' ? '' : ', not the drift status 1'}`;

@@ -128,7 +128,7 @@ const ALLOWED_CHANGE = /^(UserData(\.Fn::Base64)?|Tags|LaunchTemplateData\.UserD
 const IAM_CHANGE = /^ManagedPolicyArns$/;
 
 function scaling(): void {
-  console.log(`\n== 3. Synth scaling (N instances + N Auto Scaling groups, one IpLockdown over all with a 30-minute reapply schedule)`);
+  console.log('\n== 3. Synth scaling (N instances + N Auto Scaling groups, one IpLockdown over all with a 30-minute reapply schedule)');
   console.log('  goal: resources added constant in N; per target only UserData and tags change (plus the SSM managed policy on its role);'
     + ` synth time with/without <= ${SYNTH_GOAL_AT_LARGEST}x at N=${Math.max(...SIZES)}`);
 
@@ -198,7 +198,7 @@ function scaling(): void {
       }
     }
     // Each pair ran back to back, so the ratio within a pair cancels slow swings
-    // in the machine's load; the median over pairs drops the outliers.
+    // in the machine's load. The median over pairs drops the outliers.
     const pairRatios = withMs.map((t, i) => t.cpuMs / withoutMs[i].cpuMs).sort((a, b) => a - b);
     const ratio = median(pairRatios);
     const wallRatio = median(withMs.map((t, i) => t.wallMs / withoutMs[i].wallMs));
@@ -270,8 +270,8 @@ function targetUserData(kind: TargetKind, configure: (target: OneTarget) => void
   if (kind === 'instance') {
     rendered = Object.values(resources).find((resource) => resource.Type === 'AWS::EC2::Instance')!.Properties!.UserData;
   } else {
-    const template = Object.values(resources).find((resource) => resource.Type === 'AWS::EC2::LaunchTemplate')!;
-    rendered = (template.Properties!.LaunchTemplateData as Record<string, unknown>).UserData;
+    const launchTemplate = Object.values(resources).find((resource) => resource.Type === 'AWS::EC2::LaunchTemplate')!;
+    rendered = (launchTemplate.Properties!.LaunchTemplateData as Record<string, unknown>).UserData;
   }
   return literalBytes((rendered as Record<string, unknown>)['Fn::Base64']);
 }

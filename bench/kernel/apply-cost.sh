@@ -4,8 +4,8 @@
 #
 # Usage: apply-cost.sh CASE ROUNDS
 #   CASE    name of /bench/CASE.conf, a saved-lock file (address and user lines)
-#   ROUNDS  timed rounds; each round times every command once, interleaved, so
-#           machine noise hits all of them alike
+#   ROUNDS  number of timed rounds. Each round times every command once,
+#           back to back, so machine noise hits all of them alike.
 #
 # Every timed command starts from the state the program leaves behind (the lock
 # already applied), which is the state a scheduled reapply meets:
