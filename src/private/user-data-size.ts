@@ -27,7 +27,8 @@ export function addUserDataSizeValidation(target: IConstruct, description: strin
       return [
         `The user data of ${description} is ${bytes} bytes (the IpLockdown block takes ${lockBlockBytes(userData)} of them), `
         + `more than the ${USER_DATA_MAX_BYTES} bytes EC2 accepts. `
-        + 'Attach fewer IpLockdown locks to it, or shorten your own user data (for example, download a script from an S3 asset instead of inlining it).',
+        + 'Shorten your own user data (for example, download a script from an S3 asset instead of inlining it), '
+        + 'or put /usr/local/sbin/ip-lockdown in the machine image and set embedProgram: false, which shrinks the block to under 1 KB.',
       ];
     },
   });
