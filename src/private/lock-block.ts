@@ -53,8 +53,9 @@ export function renderLockConfig(lock: LockSpec): string {
  * the commands around it. It checks each step with `|| exit 1` instead of
  * `set -e`, because a shell ignores `set -e` inside a command on the left of
  * `||`, and the UserData form needs that `||` to log a failure and go on.
- * Exit status 1 means installing the program or writing a lock file failed;
- * 2 to 5 come from `ip-lockdown --apply`.
+ * Exit status 1 means installing the program or writing a lock file failed.
+ * Status 3 also means that the program is missing when the block does not
+ * embed it. Otherwise 2 to 5 come from `ip-lockdown --apply`.
  *
  * The block is POSIX sh: UserData runs it with the image's shell (bash by
  * default) and the SSM agent runs commands with /bin/sh, which is dash on
