@@ -156,8 +156,8 @@ export interface IpLockdownProps {
   /**
    * Embeds the `ip-lockdown` program in the UserData block.
    *
-   * The embedded program (gzip and base64) takes about 12 KB of the 16 KB that
-   * EC2 allows for raw UserData. Set this to false when the machine image
+   * The block with the embedded program (gzip and base64) takes about 13.6 KB
+   * of the 16 KB that EC2 allows for raw UserData. Set this to false when the machine image
    * already has the program at `/usr/local/sbin/ip-lockdown` (copy
    * `assets/ip-lockdown.sh` from this package when you build the image); the
    * block then only writes the lock file and applies it. When the program is
