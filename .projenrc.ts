@@ -151,7 +151,8 @@ shellcheck.exec('shellcheck bench/run', { condition: 'test -e bench/run' });
 // CDK apps without an outdir, and the sandboxes of the real-kernel tests, make
 // temporary directories. Pointing TMPDIR into the project keeps them out of the
 // machine's /tmp; each run starts by removing what the last one left.
-project.testTask.env('TMPDIR', '$(pwd)/.tmp/test');
+// projen evaluates a value only when all of it is one $(...) command.
+project.testTask.env('TMPDIR', '$(realpath -m .tmp/test)');
 project.testTask.prependExec('rm -rf .tmp/test && mkdir -p .tmp/test');
 project.testTask.spawn(shellcheck);
 project.testTask.spawn(integ);
