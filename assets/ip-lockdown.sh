@@ -258,7 +258,7 @@ load_locks() {
 # getent, /etc/passwd and /etc/group are read. Sets HAS6 when a lock has an
 # IPv6 address and ADDRS to the number of distinct addresses.
 # NOTE: getent entries are matched to names by their first field, so an NSS
-# source that answers a name with an entry of another name (case folding,
+# source that returns, for a name, an entry of another name (case folding,
 # domain suffix) leaves that user or group not found.
 resolve_locks() {
 	local key value users='' groups='' pwf=/etc/passwd grf=/etc/group allf=/dev/null scan=1

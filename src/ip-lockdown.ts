@@ -157,10 +157,10 @@ export interface IpLockdownProps {
    * Embeds the `ip-lockdown` program in the UserData block.
    *
    * The block with the embedded program (gzip and base64) takes about 13.6 KB
-   * of the 16 KB that EC2 allows for raw UserData. Set this to false when the machine image
-   * already has the program at `/usr/local/sbin/ip-lockdown` (copy
-   * `assets/ip-lockdown.sh` from this package when you build the image); the
-   * block then only writes the lock file and applies it. When the program is
+   * of the 16 KB that EC2 allows for raw UserData. Set this to false when the
+   * machine image already has the program at `/usr/local/sbin/ip-lockdown`.
+   * Copy `assets/ip-lockdown.sh` from this package when you build the image.
+   * The block then only writes the lock file and applies it. When the program is
    * missing, the block logs an error and exits with status 3, and the rest of the
    * user data still runs. The SSM document always embeds the program, so a
    * scheduled reapply installs or updates it either way.

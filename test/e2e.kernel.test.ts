@@ -3,7 +3,7 @@
  * two scripts out of the CloudFormation template: the UserData that EC2 would
  * run, and the command of the association's SSM document. They run both as
  * root in a sandbox (network namespace plus throwaway root). A loopback HTTP
- * server stands in for the metadata service, so no packet leaves the namespace.
+ * server replaces the metadata service, so no packet leaves the namespace.
  */
 import { Template } from 'aws-cdk-lib/assertions';
 import { ALLOWED_GROUP, buildIntegStack, DEFAULT_ALLOWED_USERS, MARKER_DIR, newExampleApp } from '../integ/app';
